@@ -1,0 +1,35 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.lasa-installed
+# torch 2.13.0 CPU is the default here; pip finds its wheel on this machine's disk.
+PIP_FLAGS ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+
+.PHONY: setup demo test test-all bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q $(PIP_FLAGS) -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## The main job end to end on the embedded default model (CPU).
+demo: $(STAMP)
+	$(BIN)/lasa run --config configs/demo-cpu.yaml
+
+## The test suite (fast tests; CPU; tiny models built in code).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## Everything, including slow tests that load the embedded model.
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_locate.py
+
+clean:
+	rm -rf $(VENV) runs
