@@ -109,7 +109,7 @@ def records_from_rows(rows: Iterable[dict], source: str, *, default_label: str |
             if on_empty == "skip":
                 log.warning("%s: empty prompt skipped", where)
                 continue
-            raise DataError(f"{where}: empty prompt; fix the row or pass on_empty='skip' (--on-empty skip) to drop it")
+            raise DataError(f"{where}: empty prompt; fix the row or pass on_empty='skip' (--on_empty skip) to drop it")
         rid = _first(row, ("id", "idx"))
         rid = str(rid) if rid is not None else str(n - 1)
         qid = _first(row, ("qid", "query_id", "original_idx", "original_id"))
@@ -302,7 +302,7 @@ def check_parallel(recs: Sequence[PromptRecord], source: str = "data", min_langs
             raise DataError(
                 f"{source}: {len(thin)} quer{'y' if len(thin) == 1 else 'ies'} in fewer than {min_langs} languages "
                 f"(e.g. {thin[:5]}); a parallel set needs each query translated; pass drop_incomplete=True "
-                f"(--drop-incomplete) to drop them")
+                f"(--drop_incomplete true) to drop them")
         recs = [r for r in recs if r.qid not in set(thin)]
     langs = Counter(r.lang for r in recs)
     if len(by_q) - len(thin) < 2 or len(langs) < 2:

@@ -73,3 +73,25 @@ def plot_tsne(X: np.ndarray, langs: Sequence[str], qids: Sequence[str], layer: i
         a.set_xticks([])
         a.set_yticks([])
     return _save(fig, Path(path))
+
+
+def plot_ssi_metrics(test: dict, path: str | Path, title: str = "SSI per language") -> Path:
+    plt = _fig()
+    table = test["per_language"]
+    langs = list(table)
+    auc = [table[lg]["auc"] or 0 for lg in langs]
+    fpr = [table[lg]["fpr"] for lg in langs]
+    tpr = [table[lg]["tpr"] for lg in langs]
+    colors = ["#1f77b4" if table[lg]["split"] == "train_lang" else "#ff7f0e" for lg in langs]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
+    for ax, vals, name in zip(axes, (auc, tpr, fpr), ("ROC-AUC", "TPR (harmful caught)", "FPR (benign flagged)")):
+        ax.bar(langs, vals, color=colors)
+        ax.set_title(name)
+        ax.set_ylim(0, 1.05)
+    axes[0].set_ylabel("test split")
+    from matplotlib.patches import Patch
+
+    axes[2].legend(handles=[Patch(color="#1f77b4", label="train language"), Patch(color="#ff7f0e", label="held out")],
+                   fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, Path(path))
