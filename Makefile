@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.lasa-installed
 # torch 2.13.0 CPU is the default here; pip finds its wheel on this machine's disk.
 PIP_FLAGS ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all bench clean browser
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,8 +21,14 @@ demo: $(STAMP)
 	$(BIN)/lasa run --config configs/demo-cpu.yaml
 
 ## The test suite (fast tests; CPU; tiny models built in code).
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+## Headless Chromium for the HTML-report test (Debian package; skipped with a note if unavailable).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) ; } || true
+	@command -v chromium >/dev/null 2>&1 || echo "note: chromium unavailable; the HTML browser test will be skipped"
 
 ## Everything, including slow tests that load the embedded model.
 test-all: $(STAMP)

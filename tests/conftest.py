@@ -12,6 +12,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# tests never write into the machine-wide activation cache
+import tempfile as _tempfile  # noqa: E402
+
+os.environ["LASA_ACTIVATIONS_CACHE"] = _tempfile.mkdtemp(prefix="lasa-test-acts-")
 
 SHARED = ROOT.parent / "shared" / "data" / "lasa"
 

@@ -110,6 +110,18 @@ def test_cache_roundtrip_and_key(tiny_lm, tmp_path):
     collect(tiny_lm, PROMPTS[:3], layers=[1, 3], cache_dir=tmp_path, progress=False)
     collect(tiny_lm, PROMPTS, layers=[1, 3], read_position="raw", cache_dir=tmp_path, progress=False)
     assert len(list(tmp_path.glob("act-*.npz"))) == 3
+    # a subset of cached layers is served from the cache without running the model
+    calls = []
+    h = tiny_lm.layers[0].register_forward_hook(lambda *a: calls.append(1))
+    try:
+        sub = collect(tiny_lm, PROMPTS, layers=[3], cache_dir=tmp_path, progress=False)
+    finally:
+        h.remove()
+    assert not calls and sub.layers == (3,)
+    np.testing.assert_array_equal(sub.last[3], a.last[3])
+    # new layers are merged into the same file
+    collect(tiny_lm, PROMPTS, layers=[2], cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("act-*.npz"))) == 3
     files[0].write_bytes(b"garbage")  # a corrupted cache is recomputed, not fatal
     c = collect(tiny_lm, PROMPTS, layers=[1, 3], cache_dir=tmp_path, progress=False)
     np.testing.assert_array_equal(a.last[1], c.last[1])

@@ -30,6 +30,11 @@ def test_builtin_sets_are_parallel_and_complete():
     assert {r.label for r in b} == {"benign"} and {r.label for r in h} == {"harmful"}
     check_parallel(b + h)
     assert len({r.qid for r in b}) == 60 and len({r.qid for r in h}) == 40
+    tr, ev = load_prompts("builtin:harmful-train"), load_prompts("builtin:harmful-eval")
+    assert len(tr) == len(ev) == 200 and not ({r.qid for r in tr} & {r.qid for r in ev})
+    assert len(load_prompts("builtin:benign-eval")) == 300
+    with pytest.raises(DataError, match="unknown built-in set"):
+        load_prompts("builtin:nope")
 
 
 @pytest.mark.skipif(not (SHARED / "safety_train_translated.json").exists(), reason="shared data missing")

@@ -243,14 +243,18 @@ def collect(
 
     cache_path = None
     if cache_dir is not None:
-        key = sha256_json({
-            "fp": lm.fingerprint(upto_layer=layers_t[-1]), "ids": seqs, "layers": layers_t,
-            "pools": sorted(pools), "v": 1,
-        })[:40]
+        # Keyed by the whole model's fingerprint and the exact token ids; a file holds every layer
+        # computed so far for those prompts, so a later call asking for a subset (e.g. train-ssi at
+        # l* after locate scored all layers) is served from it.
+        key = sha256_json({"fp": lm.fingerprint(), "ids": seqs, "v": 2})[:40]
         cache_path = Path(cache_dir) / f"act-{key}.npz"
         if cache_path.exists():
             try:
-                return _load_npz(cache_path, layers_t)
+                cached = _load_npz(cache_path)
+                if all(x in (cached.last if p == "last" else cached.mean) for p in pools for x in layers_t):
+                    log.info("activations: %d prompts served from cache %s", len(seqs), cache_path.name)
+                    return Activations(layers_t, {x: cached.last[x] for x in layers_t if x in cached.last},
+                                       {x: cached.mean[x] for x in layers_t if x in cached.mean}, cached.n_tokens)
             except Exception as exc:  # corrupted cache: recompute
                 log.warning("ignoring unreadable activation cache %s (%s)", cache_path, exc)
 
@@ -272,7 +276,15 @@ def collect(
                     mean[x][idx] = cap[x]["mean"].cpu().numpy()
     acts = Activations(layers_t, last, mean, n_tokens=sum(len(s) for s in seqs))
     if cache_path is not None:
-        _save_npz(cache_path, acts)
+        merged = acts
+        if cache_path.exists():
+            try:
+                old = _load_npz(cache_path)
+                merged = Activations(tuple(sorted(set(old.layers) | set(layers_t))), old.last | last, old.mean | mean,
+                                     acts.n_tokens)
+            except Exception:
+                pass
+        _save_npz(cache_path, merged)
     return acts
 
 
@@ -286,9 +298,19 @@ def _save_npz(path: Path, acts: Activations) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _load_npz(path: Path, layers: tuple[int, ...]) -> Activations:
+def _load_npz(path: Path) -> Activations:
     with np.load(path, allow_pickle=False) as z:
-        last = {x: z[f"last_{x}"] for x in layers if f"last_{x}" in z}
-        mean = {x: z[f"mean_{x}"] for x in layers if f"mean_{x}" in z}
+        last = {int(k[5:]): z[k] for k in z.files if k.startswith("last_")}
+        mean = {int(k[5:]): z[k] for k in z.files if k.startswith("mean_")}
         n_tok = int(z["n_tokens"])
-    return Activations(layers, last, mean, n_tok)
+    return Activations(tuple(sorted(set(last) | set(mean))), last, mean, n_tok)
+
+
+def default_cache_dir() -> Path:
+    """Machine-wide activation cache (``$LASA_CACHE/activations``, default ~/.cache/lasa)."""
+    import os
+
+    from .models import cache_root
+
+    env = os.environ.get("LASA_ACTIVATIONS_CACHE")
+    return Path(env) if env else cache_root() / "activations"

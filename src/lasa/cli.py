@@ -68,7 +68,7 @@ def build_parser():
     subs = parser.add_subcommands(dest="command", required=True)
     for name, (module, cls_name, _func, help_) in COMMANDS.items():
         cls = getattr(importlib.import_module(module), cls_name)
-        sub = ArgumentParser(description=(cls.__doc__ or help_).strip())
+        sub = ArgumentParser(description=(cls.__doc__ or help_).strip().split("\n\n")[0])
         sub.add_argument("--config", action=ActionConfigFile, help="YAML file with the same keys as the flags")
         sub.add_class_arguments(cls, nested_key=None, fail_untyped=False, sub_configs=True)
         subs.add_subcommand(name, sub, help=help_)
@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import LasaError
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    # `lasa run CONFIG.yaml` (positional) == `lasa run --config CONFIG.yaml`
+    if len(argv) >= 2 and argv[0] == "run" and not argv[1].startswith("-"):
+        argv = ["run", "--config", argv[1], *argv[2:]]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         parser = build_parser()

@@ -14,7 +14,16 @@ from .errors import ConfigError
 
 @dataclass
 class ModelArgs:
-    """Which model to load (``embedded`` = the bundled Qwen2.5-Coder-0.5B-Instruct)."""
+    """Which model to load (``embedded`` = the bundled Qwen2.5-Coder-0.5B-Instruct).
+
+    Args:
+        model: Model to load: embedded, a local directory, a .gguf file, or a hub name.
+        dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16.
+        device: auto, cpu, cuda or cuda:N.
+        gguf_file: GGUF file name inside the model directory.
+        adapter: PEFT adapter directory merged into the model on load.
+        trust_remote_code: Allow model code from the hub (off by default).
+    """
 
     model: str = "embedded"
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
@@ -41,3 +50,43 @@ def check_range(name: str, value, lo=None, hi=None) -> None:
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
         raise ConfigError(f"{name}={value!r} is out of range {rng}")
+
+
+def _matches(value, tp) -> bool:
+    import types
+    import typing
+
+    if tp is typing.Any:
+        return True
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # no NaN
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return isinstance(value, (list, tuple)) and (not args or all(_matches(v, args[0]) for v in value))
+    if origin is dict or tp is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def check_types(cfg) -> None:
+    """Raise ConfigError when a field's value does not match its annotated type."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        tp = hints.get(f.name)
+        if tp is not None and not _matches(v, tp):
+            raise ConfigError(f"{type(cfg).__name__}.{f.name}={v!r}: expected {getattr(tp, '__name__', None) or tp}")

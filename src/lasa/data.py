@@ -14,7 +14,8 @@ Layouts accepted by :func:`load_prompts` (auto-detected):
   UltraFeedback ``monolingual_first1000_<lang>.json`` (``{idx, prompt, chosen, rejected}``; the
   language comes from the file name);
 * MultiJail: long ``{id, prompt, lingual, tag}`` or its wide CSV with one column per language;
-* ``builtin:benign``, ``builtin:harmful``, ``builtin:all``: the sets shipped with lasa;
+* ``builtin:benign``, ``builtin:harmful``, ``builtin:all``: the sets shipped with lasa (and
+  ``builtin:harmful-train`` / ``-eval``, ``builtin:benign-train`` / ``-eval``: disjoint query halves);
 * a Hugging Face dataset name (``DAMO-NLP-SG/MultiJail``) where the hub is reachable.
 """
 from __future__ import annotations
@@ -167,14 +168,23 @@ def _from_wide(rows: list[dict], source: str, default_label: str | None, on_empt
     return out
 
 
+BUILTIN_SETS = ("benign", "harmful", "all", "benign-train", "benign-eval", "harmful-train", "harmful-eval")
+
+
 def _builtin(name: str) -> list[PromptRecord]:
-    kinds = {"benign": ["benign.jsonl"], "harmful": ["harmful.jsonl"], "all": ["harmful.jsonl", "benign.jsonl"]}
-    if name not in kinds:
-        raise DataError(f"unknown built-in set {name!r}; use builtin:benign, builtin:harmful or builtin:all")
+    """Built-in sets; ``-train`` / ``-eval`` are disjoint halves by query (first / second half
+    of the ids), so a demo can train on one half and evaluate on queries it never saw."""
+    if name not in BUILTIN_SETS:
+        raise DataError(f"unknown built-in set {name!r}; use one of " + ", ".join(f"builtin:{x}" for x in BUILTIN_SETS))
+    base, _, half = name.partition("-")
+    files = ["harmful.jsonl", "benign.jsonl"] if base == "all" else [f"{base}.jsonl"]
     out: list[PromptRecord] = []
-    for fname in kinds[name]:
+    for fname in files:
         text = resources.files("lasa.resources").joinpath(fname).read_text("utf-8")
         rows = [__import__("json").loads(line) for line in text.splitlines() if line.strip()]
+        qids = list(dict.fromkeys(r["id"] for r in rows))
+        keep = set(qids[: len(qids) // 2]) if half == "train" else set(qids[len(qids) // 2:]) if half == "eval" else set(qids)
+        rows = [r for r in rows if r["id"] in keep]
         for r in rows:
             r.setdefault("qid", r["id"])
             r["id"] = f"{r['id']}-{r['lang']}"

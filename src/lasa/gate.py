@@ -37,6 +37,7 @@ of ``l*/L`` of the model per prompt, plus the HF weights in memory beside vLLM's
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import threading
 from dataclasses import dataclass
@@ -118,6 +119,11 @@ class GatedGenerator:
             raise ConfigError(f"{lm.name}: no EOS token id (tokenizer or generation_config); cannot stop generation")
         pad = lm.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.eos[0])
+        cfg = lm.model.config
+        self.max_positions = getattr(cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg,
+                                     "max_position_embeddings", None)
+        # only the last position's logits are needed: skip the (T, vocab) projection where supported
+        self._keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(lm.model.forward).parameters else {}
 
     @property
     def layer(self) -> int | None:
@@ -155,6 +161,10 @@ class GatedGenerator:
                 raise ConfigError(f"{name} has {len(v)} entries for {n} prompts")
         if any(len(s) == 0 for s in seqs):
             raise DataError("a prompt encoded to zero tokens")
+        longest = max((len(s) for s in seqs), default=0) + len(self.cond_ids) + max_new_tokens
+        if self.max_positions and longest > self.max_positions:
+            log.warning("prompt + conditioning + max_new_tokens reaches %d tokens, beyond %s's %d positions; "
+                        "answers may degrade", longest, self.lm.name, self.max_positions)
         gen = torch.Generator(device=self.lm.device).manual_seed(int(seed))
         out: list[GenOutput | None] = [None] * n
         for idx in tqdm(length_batches([len(s) for s in seqs], batch_size), desc="generate", unit="batch",
@@ -169,7 +179,7 @@ class GatedGenerator:
     # --- the hot path ------------------------------------------------------------------------
     def _forward(self, ids, mask, pos, cache):
         out = self.lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                            use_cache=True, logits_to_keep=1)
+                            use_cache=True, **self._keep)
         return out.logits[:, -1].float(), out.past_key_values
 
     def _batch(self, seqs, langs, force, max_new, temperature, top_p, gen) -> list[GenOutput]:
@@ -297,8 +307,11 @@ class VLLMGatedGenerator(GatedGenerator):
         for i, r in enumerate(res):
             o = r.outputs[0]
             reason = "stop" if o.finish_reason == "stop" else "length"
+            toks = list(o.token_ids)
+            if toks and toks[-1] in self.eos:
+                toks = toks[:-1]
             outs.append(GenOutput(o.text, None if probs is None else float(probs[i]), bool(fire[i]), len(seqs[i]),
-                                  len(o.token_ids), reason, list(o.token_ids)))
+                                  len(o.token_ids), reason, toks))
         return outs
 
 
@@ -396,6 +409,8 @@ def generate(cfg: GenerateConfig, lm: LoadedModel | None = None) -> Path:
     todo = [r for r in recs if r.id not in done]
     log.info("generate: %d prompts, %d already in %s, %d to do (gate %s, layer %s)", len(recs), len(recs) - len(todo),
              out, len(todo), "on" if cfg.gate else "off", ssi.layer if ssi else None)
+    if not todo:
+        return out
     if cfg.backend == "vllm":
         from .models import embedded_dir
 
@@ -403,8 +418,6 @@ def generate(cfg: GenerateConfig, lm: LoadedModel | None = None) -> Path:
         gen: GatedGenerator = VLLMGatedGenerator(lm, ssi, gate=bool(cfg.gate), model_path=path)
     else:
         gen = GatedGenerator(lm, ssi, gate=bool(cfg.gate))
-    if not todo:
-        return out
     seqs = gen.encode([r.prompt for r in todo])
     order = sorted(range(len(todo)), key=lambda i: (-len(seqs[i]), i))  # length-sorted: little padding
     n_fired = 0

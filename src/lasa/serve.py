@@ -47,6 +47,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from starlette.requests import Request  # module level: FastAPI resolves handler annotations here
+
 from .configs import ModelArgs, check_range
 from .errors import ConfigError, LasaError
 from .gate import GatedGenerator, GenOutput
@@ -67,7 +69,7 @@ class ServeConfig(ModelArgs):
         max_queue: Most requests waiting for the model; beyond it the server answers 429.
         max_prompt_tokens: Longest accepted prompt, in chat-templated tokens (else 400).
         max_tokens_limit: Largest accepted max_tokens (else 400).
-        default_max_tokens: max_tokens when a request gives none.
+        default_max_tokens: max_tokens when a request gives none (default: min(256, max_tokens_limit)).
         request_timeout_s: Seconds a request may wait (queue + generation) before 504.
         max_body_bytes: Largest accepted request body (else 413).
         batch_wait_ms: How long the worker waits for more requests to fill a batch.
@@ -83,7 +85,7 @@ class ServeConfig(ModelArgs):
     max_queue: int = 64
     max_prompt_tokens: int = 2048
     max_tokens_limit: int = 512
-    default_max_tokens: int = 256
+    default_max_tokens: int | None = None
     request_timeout_s: float = 120.0
     max_body_bytes: int = 1_000_000
     batch_wait_ms: float = 5.0
@@ -93,10 +95,12 @@ class ServeConfig(ModelArgs):
     def __post_init__(self):
         check_range("port", self.port, 0, 65535)
         for name in ("max_batch", "max_queue", "max_prompt_tokens", "max_tokens_limit", "default_max_tokens",
-                     "max_body_bytes"):
+                     "max_body_bytes"):  # check_range ignores None
             check_range(name, getattr(self, name), 1)
         check_range("request_timeout_s", self.request_timeout_s, 0.001)
         check_range("batch_wait_ms", self.batch_wait_ms, 0.0, 10_000.0)
+        if self.default_max_tokens is None:
+            self.default_max_tokens = min(256, self.max_tokens_limit)
         if self.default_max_tokens > self.max_tokens_limit:
             raise ConfigError(f"default_max_tokens={self.default_max_tokens} exceeds max_tokens_limit="
                               f"{self.max_tokens_limit}")
@@ -133,6 +137,7 @@ class BatchWorker(threading.Thread):
         self._cv = threading.Condition()
         self._stopping = False
         self.busy = 0  # requests in the batch now running
+        self.batches = self.served = 0  # counters for /health
 
     @property
     def waiting(self) -> int:
@@ -192,6 +197,7 @@ class BatchWorker(threading.Thread):
             else:
                 for j, o in zip(batch, outs):
                     j.future.set_result(o)
+                self.batches, self.served = self.batches + 1, self.served + len(batch)
             finally:
                 self.busy = 0
 
@@ -273,7 +279,8 @@ async def _read_body(request, limit: int) -> bytes:
 
 def create_app(generator: GatedGenerator, cfg: ServeConfig):
     """The FastAPI app; the worker thread starts and stops with the app's lifespan."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
     from pydantic import ValidationError
     from starlette.concurrency import run_in_threadpool
@@ -302,6 +309,10 @@ def create_app(generator: GatedGenerator, cfg: ServeConfig):
     async def _api_error(request: Request, exc: ApiError):
         return JSONResponse(_error_body(exc.message, exc.type, exc.code, exc.param), status_code=exc.status)
 
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        return JSONResponse(_error_body("invalid request", "invalid_request_error", "invalid_type"), status_code=422)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         return JSONResponse(_error_body(str(exc.detail), "invalid_request_error"), status_code=exc.status_code)
@@ -315,7 +326,7 @@ def create_app(generator: GatedGenerator, cfg: ServeConfig):
     async def health():
         return {"status": "stopping" if worker.stopping else "ok", "model": model_id, "gate": generator.gate,
                 "layer": generator.layer, "queue": worker.waiting, "running": worker.busy,
-                "max_queue": cfg.max_queue}
+                "max_queue": cfg.max_queue, "batches": worker.batches, "served": worker.served}
 
     @app.get("/v1/models")
     async def models():
@@ -416,4 +427,6 @@ def serve(cfg: ServeConfig) -> None:
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("binding %s: the server is reachable from other machines and has no authentication", cfg.host)
     app = create_app(GatedGenerator(lm, ssi, gate=bool(cfg.gate)), cfg)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=int(cfg.request_timeout_s) + 5)
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=level if level in ("debug", "info", "warning") else "info",
+                timeout_graceful_shutdown=int(cfg.request_timeout_s) + 5)

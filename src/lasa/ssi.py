@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .configs import ModelArgs, check_choice, check_range
+from .configs import ModelArgs, check_choice, check_range, check_types
 from .data import PromptRecord, load_prompts
 from .errors import ConfigError, DataError
 from .io import JsonlWriter, atomic_write_json, atomic_write_text, iter_jsonl
@@ -75,8 +75,8 @@ class TrainSSIConfig(ModelArgs):
     data: str | None = None
     locate: str | None = "runs/locate"
     layer: int | None = None
-    train_langs: list[str] = field(default_factory=lambda: ["en", "zh", "ko"])
-    langs: list[str] | None = None
+    train_langs: list[str] | str = field(default_factory=lambda: ["en", "zh", "ko"])
+    langs: list[str] | str | None = None
     max_queries: int | None = None
     hidden: int | None = None
     dropout: float = 0.1
@@ -99,6 +99,7 @@ class TrainSSIConfig(ModelArgs):
     out: str = "runs/ssi"
 
     def __post_init__(self):
+        check_types(self)
         from .langs import parse_langs
 
         check_choice("class_weight", self.class_weight, ("balanced", "none"))
@@ -331,8 +332,10 @@ def load_labelled(cfg: TrainSSIConfig) -> list[PromptRecord]:
                          max_queries=cfg.max_queries)
         for r in h:
             r.qid = f"h:{r.qid}"
+            r.meta["_source"] = "harmful"
         for r in b:
             r.qid = f"b:{r.qid}"
+            r.meta["_source"] = "benign"
         recs = h + b
     return recs
 
@@ -348,7 +351,7 @@ def resolve_layer(cfg_layer: int | None, locate_path: str | None) -> int:
 
 
 def train_ssi(cfg: TrainSSIConfig, lm=None, progress: bool = True) -> SSI:
-    from .activations import collect, check_layers
+    from .activations import check_layers, collect, default_cache_dir
     from .meta import model_info
     from .plots import plot_ssi_metrics
 
@@ -361,10 +364,16 @@ def train_ssi(cfg: TrainSSIConfig, lm=None, progress: bool = True) -> SSI:
     check_layers(lm, [layer])
     log.info("train-ssi: %d prompts (%d harmful), layer %d of %s, train langs %s", len(recs),
              sum(r.label == "harmful" for r in recs), layer, lm.name, ",".join(cfg.train_langs))
-    acts = collect(lm, [r.prompt for r in recs], [layer], read_position=cfg.read_position,
-                   batch_size=cfg.fwd_batch_size, cache_dir=(out / "cache") if cfg.cache else None,
-                   progress=progress, desc="train-ssi: features")
-    X = acts.last[layer]
+    # one collect per source file, so each set's activations are cached (and reused, e.g. from locate)
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(recs):
+        groups.setdefault(r.meta.get("_source", "data"), []).append(i)
+    X = np.zeros((len(recs), lm.hidden_size), np.float32)
+    for name, idx in groups.items():
+        acts = collect(lm, [recs[i].prompt for i in idx], [layer], read_position=cfg.read_position,
+                       batch_size=cfg.fwd_batch_size, cache_dir=default_cache_dir() if cfg.cache else None,
+                       progress=progress, desc=f"train-ssi: features ({name})")
+        X[idx] = acts.last[layer]
     y = np.array([r.label == "harmful" for r in recs], int)
     ssi, report = fit_ssi(X, y, [r.lang for r in recs], [r.qid for r in recs], cfg, layer=layer,
                           fingerprint=lm.fingerprint(upto_layer=layer), progress=progress)
