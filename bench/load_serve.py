@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -180,9 +181,12 @@ def main(argv=None) -> int:
     print(f"5xx {n5xx}   transport failures {fails}   unexpected statuses {unexpected}   "
           f"server batches {health.get('batches')} (mean size {mean_batch:.1f})")
     print(f"health {json.dumps(health)}")
+    bad = bool(n5xx or fails or unexpected or not lat or (proc is not None and proc.returncode != 0))
     if proc is not None:
-        print(f"server exit status {proc.returncode} (log {tmp / 'server.log'})")
-    return 1 if (n5xx or fails or unexpected or not lat) else 0
+        print(f"server exit status {proc.returncode}" + (f" (log kept: {tmp / 'server.log'})" if bad else ""))
+    if not bad:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

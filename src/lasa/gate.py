@@ -205,12 +205,11 @@ class GatedGenerator:
             if fire.any() and not fire.all() and any(getattr(x, "is_sliding", False) for x in cache.layers):
                 groups = [np.flatnonzero(fire), np.flatnonzero(~fire)]
             results: dict[int, tuple[list[int], str]] = {}
-            for g in groups:
-                c = cache
-                if len(groups) > 1:
-                    c = copy.deepcopy(cache)
-                    c.batch_select_indices(torch.as_tensor(g, device=dev))
+            for k, g in enumerate(groups):
                 gi = torch.as_tensor(g, device=dev)
+                c = cache if k == len(groups) - 1 else copy.deepcopy(cache)  # the last group takes the original
+                if len(groups) > 1:
+                    c.batch_select_indices(gi)
                 toks = self._condition_and_decode(logits[gi], mask[gi], c, fire[g], max_new, temperature, top_p, gen)
                 results.update(zip(g.tolist(), toks))
             del cache

@@ -163,6 +163,20 @@ def train_net(ssi: SSI, Xtr, ytr, Xva, yva, *, lr=1e-3, weight_decay=0.01, epoch
     """Train ``ssi.net`` in place; restores the weights of the best validation epoch."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matrices: one thread is faster and immune to oversubscription
+    try:
+        return _train_net(ssi, Xtr, ytr, Xva, yva, lr=lr, weight_decay=weight_decay, epochs=epochs,
+                          batch_size=batch_size, patience=patience, class_weight=class_weight, seed=seed,
+                          progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_net(ssi: SSI, Xtr, ytr, Xva, yva, *, lr, weight_decay, epochs, batch_size, patience, class_weight, seed,
+               progress) -> TrainResult:
+    import torch
+
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     Xtr_t, ytr_t = torch.as_tensor(Xtr, dtype=torch.float32), torch.as_tensor(ytr, dtype=torch.float32)
