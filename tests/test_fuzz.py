@@ -13,8 +13,6 @@ from hypothesis import strategies as st
 from lasa.configs import ModelArgs  # noqa: F401
 from lasa.data import load_prompts
 from lasa.errors import LasaError
-from lasa.locate import LocateConfig
-from lasa.ssi import TrainSSIConfig
 
 TMP = Path(tempfile.mkdtemp(prefix="lasa-fuzz-"))
 
@@ -74,14 +72,28 @@ def test_csv_text_never_crashes(text):
     _check(p)
 
 
+def _all_configs():
+    import importlib
+
+    from lasa.cli import COMMANDS, _optional_commands
+
+    _optional_commands()
+    return [getattr(importlib.import_module(m), c) for m, c, _, _ in COMMANDS.values()]
+
+
+CONFIGS = _all_configs()
+FIELDS = sorted({f for c in CONFIGS for f in c.__dataclass_fields__ if f not in ("model", "out", "runs")})
+
+
 @SETTINGS
-@given(st.dictionaries(st.sampled_from(["bootstrap", "subsample", "batch_size", "pool", "read_position", "langs",
-                                        "max_queries", "on_empty", "epochs", "lr", "threshold_rule", "train_langs",
-                                        "val_frac", "test_frac", "dropout"]), values, max_size=4))
+@given(st.dictionaries(st.sampled_from(FIELDS), values, max_size=4))
 def test_config_validation_never_crashes(kw):
-    for cls in (LocateConfig, TrainSSIConfig):
-        names = {f for f in cls.__dataclass_fields__}
+    for cls in CONFIGS:
+        names = set(cls.__dataclass_fields__)
+        args = {k: v for k, v in kw.items() if k in names}
+        if cls.__name__ == "ReportConfig":
+            args.setdefault("runs", ["x"])
         try:
-            cls(**{k: v for k, v in kw.items() if k in names})
+            cls(**args)
         except LasaError as exc:
             assert str(exc)

@@ -62,7 +62,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .configs import ModelArgs, check_choice, check_range
+from .configs import ModelArgs, check_choice, check_range, check_types
 from .errors import ArtifactError, ConfigError
 from .kto import (Example, KTORow, collate, encode_messages, estimate_kl, kl_partners, kto_loss, load_kto_data,
                   make_example, sequence, sequence_logps, stable_uniform, turn_end_id)
@@ -80,12 +80,6 @@ class AlignConfig(ModelArgs):
     """Semantic-conditioned KTO fine-tuning (LASA stage 3).
 
     Args:
-        model: Model to load: embedded, a local directory, a .gguf file, or a hub name.
-        dtype: auto (bf16 base on CUDA for LoRA, fp32 otherwise), float32, bfloat16 or float16.
-        device: auto, cpu, cuda or cuda:N (under accelerate launch each process uses its own GPU).
-        gguf_file: GGUF file name inside the model directory.
-        adapter: PEFT adapter directory merged into the model on load (before training).
-        trust_remote_code: Allow model code from the hub (off by default).
         data: KTO data: JSONL/JSON of {prompt, completion, label} (lasa make-pairs), {prompt, chosen, rejected}, or the LASA repo layout.
         ssi: SSI directory (lasa train-ssi); gives z (z_source ssi/mix) and the frozen layer l*.
         z_source: ssi (the SSI's decision), source (the data's harmful label) or mix (either).
@@ -152,6 +146,7 @@ class AlignConfig(ModelArgs):
     allow_fingerprint_mismatch: bool = False
 
     def __post_init__(self):
+        check_types(self)
         check_choice("z_source", self.z_source, Z_SOURCES)
         check_choice("lr_scheduler", self.lr_scheduler, SCHEDULERS)
         if self.z_source in ("ssi", "mix") and not self.ssi:

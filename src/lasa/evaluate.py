@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .configs import ModelArgs, check_choice, check_range
+from .configs import ModelArgs, check_choice, check_range, check_types
 from .errors import ConfigError, DataError
 from .io import JsonlWriter, atomic_write_json, atomic_write_text, dumps, iter_jsonl, read_text, sha256_json
 
@@ -61,12 +61,6 @@ class EvaluateConfig(ModelArgs):
     """Evaluate a model (optionally with the LASA gate): per-language ASR, refusal, invalid, over-refusal.
 
     Args:
-        model: Model to load: embedded, a local directory, a .gguf file, or a hub name.
-        dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16.
-        device: auto, cpu, cuda or cuda:N.
-        gguf_file: GGUF file name inside the model directory.
-        adapter: PEFT adapter directory merged into the model on load (e.g. the aligned model).
-        trust_remote_code: Allow model code from the hub (off by default).
         harmful: Harmful prompts: builtin:harmful, MultiJail (CSV/JSONL), the LASA translated JSON, JSONL {id, lang, prompt}, or a hub dataset name.
         benign: Benign prompts for over-refusal (same layouts; default builtin:benign); none to skip.
         langs: Only these ISO 639-1 codes (default: every language in the data).
@@ -115,6 +109,7 @@ class EvaluateConfig(ModelArgs):
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        check_types(self)
         from .judges import JUDGES
 
         self.judge = (self.judge or "").strip().lower()

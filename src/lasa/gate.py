@@ -47,7 +47,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from .activations import LayerTap, last_token_index, length_batches, pad_batch
-from .configs import ModelArgs, check_choice, check_range
+from .configs import ModelArgs, check_choice, check_range, check_types
 from .errors import ArtifactError, BackendUnavailable, ConfigError, DataError
 from .models import LoadedModel, conditioning_ids, eos_ids
 from .ssi_model import SSI
@@ -345,12 +345,13 @@ class GenerateConfig(ModelArgs):
     top_p: float = 1.0
     seed: int = 0
     batch_size: int = 8
-    langs: list[str] | None = None
+    langs: list[str] | str | None = None
     limit: int | None = None
     backend: str = "hf"
     allow_fingerprint_mismatch: bool = False
 
     def __post_init__(self):
+        check_types(self)
         check_choice("backend", self.backend, ("hf", "vllm"))
         _check_sampling(self.max_new_tokens, self.temperature, self.top_p, self.batch_size)
         check_range("limit", self.limit, 1)

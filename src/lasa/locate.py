@@ -33,12 +33,6 @@ class LocateConfig(ModelArgs):
     """Find the semantic-bottleneck layer l* of a model.
 
     Args:
-        model: Model to load: embedded, a local directory, a .gguf file, or a hub name.
-        dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16.
-        device: auto, cpu, cuda or cuda:N.
-        gguf_file: GGUF file name inside the model directory.
-        adapter: PEFT adapter directory merged into the model on load.
-        trust_remote_code: Allow model code from the hub (off by default).
         data: Parallel prompts: JSONL {id, qid, lang, prompt}, the LASA safety_train_translated.json, MultiJail, or builtin:all.
         langs: Restrict to these ISO 639-1 codes (default: all in the data).
         max_queries: Use only the first N queries.

@@ -31,7 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .configs import ModelArgs, check_range
+from .configs import ModelArgs, check_range, check_types
 from .data import PromptRecord, load_prompts
 from .errors import ArtifactError, ConfigError
 
@@ -43,12 +43,6 @@ class MakePairsConfig(ModelArgs):
     """Build KTO data (refusals vs the model's own answers) for lasa align.
 
     Args:
-        model: Model to load: embedded, a local directory, a .gguf file, or a hub name.
-        dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16.
-        device: auto, cpu, cuda or cuda:N.
-        gguf_file: GGUF file name inside the model directory.
-        adapter: PEFT adapter directory merged into the model on load.
-        trust_remote_code: Allow model code from the hub (off by default).
         harmful: Harmful prompts (file or builtin:harmful): refusal desirable, own answer undesirable.
         benign: Benign prompts (file or builtin:benign; none = skip): own answer desirable.
         langs: Only these ISO 639-1 codes (default: all in the data).
@@ -62,7 +56,7 @@ class MakePairsConfig(ModelArgs):
 
     harmful: str = "builtin:harmful"
     benign: str | None = "builtin:benign"
-    langs: list[str] | None = None
+    langs: list[str] | str | None = None
     max_per_lang: int | None = None
     max_new_tokens: int = 64
     batch_size: int = 8
@@ -71,6 +65,7 @@ class MakePairsConfig(ModelArgs):
     out: str = "runs/pairs.jsonl"
 
     def __post_init__(self):
+        check_types(self)
         check_range("max_per_lang", self.max_per_lang, 1)
         check_range("max_new_tokens", self.max_new_tokens, 1)
         check_range("batch_size", self.batch_size, 1)

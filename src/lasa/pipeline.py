@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .configs import ModelArgs
+from .configs import ModelArgs, check_types
 from .errors import ConfigError, LasaError
 from .io import atomic_write_json, read_json, sha256_json
 
@@ -79,6 +79,7 @@ class RunConfig(ModelArgs):
     report: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
+        check_types(self)
         if self.stage is not None and self.stage not in STAGES:
             raise ConfigError(f"stage={self.stage!r} is not one of {', '.join(STAGES)}")
         bad = [s for s in self.skip if s not in STAGES]

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .configs import check_range
+from .configs import check_range, check_types
 from .errors import ArtifactError, ConfigError
 from .io import atomic_write_json, atomic_write_text, iter_jsonl, read_json, read_text
 from .langs import LANGS, NAMES, TIERS
@@ -72,6 +72,7 @@ class ReportConfig:
     max_samples: int = 2000
 
     def __post_init__(self) -> None:
+        check_types(self)
         if isinstance(self.runs, str):
             self.runs = [self.runs]
         if not self.runs:

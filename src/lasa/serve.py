@@ -49,7 +49,7 @@ from typing import Any, Literal
 
 from starlette.requests import Request  # module level: FastAPI resolves handler annotations here
 
-from .configs import ModelArgs, check_range
+from .configs import ModelArgs, check_range, check_types
 from .errors import ConfigError, LasaError
 from .gate import GatedGenerator, GenOutput
 
@@ -93,6 +93,7 @@ class ServeConfig(ModelArgs):
     allow_fingerprint_mismatch: bool = False
 
     def __post_init__(self):
+        check_types(self)
         check_range("port", self.port, 0, 65535)
         for name in ("max_batch", "max_queue", "max_prompt_tokens", "max_tokens_limit", "default_max_tokens",
                      "max_body_bytes"):  # check_range ignores None
