@@ -109,3 +109,14 @@ def test_lang_filter_and_empty_result(tmp_path):
 def test_hub_name_unreachable_is_clear():
     with pytest.raises(DataError, match="hub"):
         load_prompts("nonexistent-org-xyz/nonexistent-dataset")
+
+
+def test_csv_with_stray_carriage_return_is_a_clear_error_or_ok(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("id,en,sw\n1,a\rb,c\n", encoding="utf-8")
+    try:
+        recs = load_prompts(p)
+    except DataError as exc:
+        assert "x.csv" in str(exc)
+    else:
+        assert {r.lang for r in recs} == {"en", "sw"}

@@ -242,7 +242,10 @@ def _load_file(path: Path, default_label: str | None, on_empty: str) -> list[Pro
         return records_from_rows(rows, str(path), default_label=default_label, default_lang=name_lang, on_empty=on_empty)
     if suffix == ".csv":
         text = read_text(path)
-        rows = list(csv.DictReader(_io.StringIO(text)))
+        try:
+            rows = list(csv.DictReader(_io.StringIO(text, newline="")))
+        except csv.Error as exc:
+            raise DataError(f"{path}: malformed CSV ({exc})") from exc
         if not rows:
             raise DataError(f"{path}: empty CSV")
         cols = {c.strip().lower() for c in rows[0] if c}
