@@ -382,11 +382,11 @@ def load_checkpoint(path: Path, accelerator, model, optimizer, scheduler) -> dic
         with torch.no_grad():
             for n, t in saved.items():
                 params[n].copy_(t.to(params[n].device, params[n].dtype))
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False, map_location="cpu"))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng = path / f"rng-{accelerator.process_index}.pt"
     if rng.exists():
-        _set_rng_state(torch.load(rng, weights_only=False))
+        _set_rng_state(torch.load(rng, weights_only=True))
     return state
 
 
