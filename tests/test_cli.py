@@ -34,10 +34,8 @@ def test_help_runs():
     assert r.returncode == 0 and "locate" in r.stdout
 
 
-def test_locate_via_cli_and_yaml(tiny_lm, tmp_path, capsys):
-    mdir = tmp_path / "m"
-    tiny_lm.model.save_pretrained(mdir)
-    tiny_lm.tokenizer.save_pretrained(mdir)
+def test_locate_via_cli_and_yaml(tiny_model_dir, tmp_path, capsys):
+    mdir = tiny_model_dir
     data = tmp_path / "p.jsonl"
     rows = [{"id": f"{q}-{lg}", "qid": str(q), "lang": lg, "prompt": f"{w} {q}"}
             for q in range(4) for lg, w in (("en", "hello"), ("sw", "habari"), ("zh", "你好"))]

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-from lasa.errors import ConfigError, DataError
+from lasa.errors import BackendUnavailable, ConfigError, DataError
 from lasa.evaluate import EvaluateConfig, evaluate
 from lasa.io import read_jsonl
 from lasa.metrics import VERDICTS, summarize
@@ -151,6 +152,26 @@ def test_config_validation(tmp_path):
     with pytest.raises(ConfigError, match="environment variable"):
         evaluate(EvaluateConfig(judge="openai", judge_options={"api_key": "sk-x"}, model=str(tmp_path / "nope"),
                                 max_per_lang=1, out=str(tmp_path / "o")))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
+def test_vllm_backend_missing_is_clear_before_loading(tmp_path):
+    with pytest.raises(ConfigError, match="backend"):
+        EvaluateConfig(backend="trt")
+    with pytest.raises(BackendUnavailable, match="vllm"):
+        evaluate(EvaluateConfig(backend="vllm", model=str(tmp_path / "nope"), max_per_lang=1, out=str(tmp_path / "o")))
+    assert not (tmp_path / "o" / "responses.jsonl").exists()
+
+
+def test_backend_is_part_of_the_generation_setup(tiny_lm, tmp_path):
+    out = tmp_path / "run"
+    evaluate(cfg_for(out, max_per_lang=1), lm=tiny_lm)
+    info = json.loads((out / "generation.json").read_text())
+    assert info["backend"] == "hf"
+    del info["backend"]  # a generation.json written before the key existed still resumes
+    (out / "generation.json").write_text(json.dumps(info))
+    s = evaluate(cfg_for(out, max_per_lang=1), lm=tiny_lm)
+    assert s["generation"]["n_generated"] == 0
 
 
 def test_every_field_has_flag_help():

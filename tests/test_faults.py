@@ -16,17 +16,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer):
-    from conftest import build_tiny
-
-    d = tmp_path_factory.mktemp("faults") / "m"
-    lm = build_tiny("qwen2", tokenizer)
-    lm.model.save_pretrained(d)
-    lm.tokenizer.save_pretrained(d)
-    return d
-
-
 def lasa(*args) -> list[str]:
     return [sys.executable, "-m", "lasa.cli", *map(str, args)]
 
@@ -49,8 +38,8 @@ def rows(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
-def test_generate_sigkill_then_resume_equals_uninterrupted(tiny_dir, tmp_path):
-    common = ["--model", tiny_dir, "--device", "cpu", "--data", "builtin:harmful-train", "--langs", "en,zh,sw",
+def test_generate_sigkill_then_resume_equals_uninterrupted(tiny_model_dir, tmp_path):
+    common = ["--model", tiny_model_dir, "--device", "cpu", "--data", "builtin:harmful-train", "--langs", "en,zh,sw",
               "--limit", "24", "--max_new_tokens", "8", "--batch_size", "2"]
     ref = tmp_path / "ref.jsonl"
     subprocess.run(lasa("generate", *common, "--out", ref), env=ENV, check=True, capture_output=True, timeout=600)
@@ -68,7 +57,7 @@ def test_generate_sigkill_then_resume_equals_uninterrupted(tiny_dir, tmp_path):
     assert {r["id"]: r["response"] for r in got} == by_id
 
 
-def test_align_sigkill_then_resume_equals_uninterrupted(tiny_dir, tmp_path):
+def test_align_sigkill_then_resume_equals_uninterrupted(tiny_model_dir, tmp_path):
     data = tmp_path / "kto.jsonl"
     recs = []
     for i in range(6):
@@ -79,7 +68,7 @@ def test_align_sigkill_then_resume_equals_uninterrupted(tiny_dir, tmp_path):
         recs.append({"prompt": f"Recipe for soup {i}?", "completion": "Boil water, add vegetables.", "label": True,
                      "lang": "en", "source": "benign"})
     data.write_text("\n".join(json.dumps(r) for r in recs), encoding="utf-8")
-    common = ["--model", tiny_dir, "--device", "cpu", "--data", data, "--z_source", "source", "--freeze_upto", "2",
+    common = ["--model", tiny_model_dir, "--device", "cpu", "--data", data, "--z_source", "source", "--freeze_upto", "2",
               "--benign_condition_rate", "0.0", "--batch_size", "3", "--max_steps", "8", "--lr", "0.005",
               "--lr_scheduler", "constant", "--warmup_ratio", "0.0", "--save_every", "2", "--lora_r", "4",
               "--lora_alpha", "8", "--max_length", "96", "--lora_dropout", "0.0"]

@@ -10,7 +10,7 @@ import torch
 
 from conftest import build_tiny
 from lasa.errors import ArtifactError, BackendUnavailable, ConfigError
-from lasa.gate import GatedGenerator, GenerateConfig, VLLMGatedGenerator, generate
+from lasa.gate import GatedGenerator, GenerateConfig, VLLMGatedGenerator, generate, lora_rank, make_generator
 from lasa.models import conditioning_ids
 from lasa.ssi_model import SSI
 
@@ -229,6 +229,17 @@ def test_vllm_missing_raises_backend_unavailable(tiny_lm, tmp_path):
     with pytest.raises(BackendUnavailable):
         VLLMGatedGenerator(tiny_lm, None, model_path="/nonexistent")
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_lora_rank_and_make_generator(tiny_lm, tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 12, "peft_type": "LORA"}))
+    assert lora_rank(tmp_path) == 16  # rounded up to a rank vLLM supports
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8}))
+    assert lora_rank(tmp_path) == 8
+    with pytest.raises(ArtifactError, match="adapter"):
+        lora_rank(tmp_path / "missing")
+    gen = make_generator(tiny_lm, make_ssi(tiny_lm, 0.5), gate=True, backend="hf")
+    assert type(gen) is GatedGenerator and gen.gate
 
 
 def test_decisions_use_per_language_thresholds(tiny_lm):

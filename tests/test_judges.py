@@ -473,8 +473,7 @@ def test_safe_redirect_style(rj):
 
 def test_refusals_shipped_with_lasa_are_detected(rj):
     path = resources.files("lasa.resources") / "refusals.json"
-    if not path.is_file():
-        pytest.skip("lasa/resources/refusals.json not present")
+    assert path.is_file(), "lasa/resources/refusals.json must ship with the package"
     data = json.loads(path.read_text(encoding="utf-8"))
     items = [JudgeInput(L[lang]["H"], t, lang, "harmful") for lang, ts in data.items() if lang in L for t in ts]
     got = [v.verdict for v in rj.judge(items)]

@@ -18,17 +18,6 @@ from lasa.pipeline import STAGES, RunConfig, run
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer):
-    from conftest import build_tiny
-
-    d = tmp_path_factory.mktemp("tinymodel") / "m"
-    lm = build_tiny("qwen2", tokenizer)
-    lm.model.save_pretrained(d)
-    lm.tokenizer.save_pretrained(d)
-    return d
-
-
 def tiny_config(model: Path, out: Path) -> dict:
     langs = ["en", "zh", "sw"]
     return {
@@ -50,9 +39,9 @@ def tokens(out: Path) -> dict:
     return {k: v.get("token") for k, v in m["stages"].items()}
 
 
-def test_run_all_stages_cache_and_partial_rerun(tiny_dir, tmp_path, capsys):
+def test_run_all_stages_cache_and_partial_rerun(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    cfg = tiny_config(tiny_dir, out)
+    cfg = tiny_config(tiny_model_dir, out)
     run(RunConfig(**cfg))
     first = tokens(out)
     assert set(first) == set(STAGES) and all(first.values())
@@ -74,19 +63,19 @@ def test_run_all_stages_cache_and_partial_rerun(tiny_dir, tmp_path, capsys):
     assert changed == {"eval-base", "eval-aligned", "eval-gated", "report"}
 
 
-def test_unknown_stage_key_is_clear(tiny_dir, tmp_path):
+def test_unknown_stage_key_is_clear(tiny_model_dir, tmp_path):
     from lasa.errors import ConfigError
 
-    cfg = tiny_config(tiny_dir, tmp_path / "r")
+    cfg = tiny_config(tiny_model_dir, tmp_path / "r")
     cfg["locate"]["no_such_key"] = 1
     with pytest.raises(ConfigError, match="locate: unknown key"):
         run(RunConfig(**cfg))
 
 
-def test_kill_mid_run_then_resume(tiny_dir, tmp_path):
+def test_kill_mid_run_then_resume(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     cfg_path = tmp_path / "run.yaml"
-    cfg_path.write_text(yaml.safe_dump(tiny_config(tiny_dir, out)))
+    cfg_path.write_text(yaml.safe_dump(tiny_config(tiny_model_dir, out)))
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     proc = subprocess.Popen([sys.executable, "-m", "lasa.cli", "run", str(cfg_path)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

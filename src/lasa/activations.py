@@ -177,12 +177,14 @@ class LayerTap:
             h.remove()
         self._handles.clear()
 
+    def arm(self, mask) -> None:
+        """Prepare for a forward the caller runs itself (e.g. a prefill with a KV cache)."""
+        self.captured, self._mask, self._last = {}, mask, last_token_index(mask)
+
     def run(self, ids, mask, pos):
         import torch
 
-        self.captured = {}
-        self._mask = mask
-        self._last = last_token_index(mask)
+        self.arm(mask)
         dev = self.lm.device
         with torch.inference_mode():
             try:

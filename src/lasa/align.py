@@ -55,6 +55,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,7 +249,9 @@ def prepare_model(lm, cfg: AlignConfig, freeze_upto: int | None):
         pcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=list(targets), layers_to_transform=list(range(start, L)),
                           layers_pattern=lm.layers_path.rsplit(".", 1)[-1], task_type="CAUSAL_LM", bias="none")
-        model, ref = get_peft_model(lm.model, pcfg), None
+        with warnings.catch_warnings():  # peft reads a deprecated transformers property; not ours to fix
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model, ref = get_peft_model(lm.model, pcfg), None
     else:
         model = lm.model
         ref = copy.deepcopy(model).eval().requires_grad_(False)

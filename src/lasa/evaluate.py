@@ -53,7 +53,9 @@ KIND = "lasa.evaluate"
 FORMAT = 1
 SETS = ("harmful", "benign")
 #: Settings that must match between the answers already in responses.jsonl and a resumed run.
-_GEN_KEYS = ("model_fingerprint", "ssi_fingerprint", "ssi_layer", "gate", "max_new_tokens", "temperature", "seed")
+_GEN_KEYS = ("model_fingerprint", "ssi_fingerprint", "ssi_layer", "gate", "max_new_tokens", "temperature", "seed",
+             "backend")
+_GEN_DEFAULTS = {"backend": "hf"}  # for generation.json files written before the key existed
 
 
 @dataclass
@@ -79,6 +81,7 @@ class EvaluateConfig(ModelArgs):
         temperature: 0 = greedy; > 0 samples (seeded).
         batch_size: Prompts per generation batch (grouped by length).
         seed: Seed of the sampling generator.
+        backend: hf (one-pass gate, default) or vllm (early-exit HF gate + vLLM decoding; needs vllm and a GPU).
         name: Run label shown in reports (e.g. base, aligned, aligned+gate); default: the out folder name.
         out: Output directory (responses.jsonl, samples.jsonl, summary.json).
         rescore: Re-judge the saved responses in out/ without loading the generation model.
@@ -103,6 +106,7 @@ class EvaluateConfig(ModelArgs):
     temperature: float = 0.0
     batch_size: int = 8
     seed: int = 0
+    backend: str = "hf"
     name: str | None = None
     out: str = "runs/evaluate"
     rescore: bool = False
@@ -114,6 +118,7 @@ class EvaluateConfig(ModelArgs):
 
         self.judge = (self.judge or "").strip().lower()
         check_choice("judge", self.judge, tuple(JUDGES))
+        check_choice("backend", self.backend, ("hf", "vllm"))
         check_range("max_per_lang", self.max_per_lang, 1)
         check_range("max_new_tokens", self.max_new_tokens, 1)
         check_range("temperature", self.temperature, 0.0, 100.0)
@@ -267,7 +272,7 @@ def _check_saved(stubs: list[dict[str, Any]], saved: dict[str, dict[str, Any]], 
 
 
 def _gen_key(info: dict[str, Any]) -> dict[str, Any]:
-    return {k: info.get(k) for k in _GEN_KEYS}
+    return {k: info.get(k, _GEN_DEFAULTS.get(k)) for k in _GEN_KEYS}
 
 
 def _check_generation(out: Path, info: dict[str, Any], saved: dict, overwrite: bool = False) -> None:
@@ -299,12 +304,12 @@ def generate_missing(cfg: EvaluateConfig, stubs: list[dict[str, Any]], saved: di
     """Generate answers for the stubs not in ``saved``; append them to ``path`` and ``saved``."""
     from tqdm.auto import tqdm
 
-    from .gate import GatedGenerator
+    from .gate import make_generator
 
     todo = [s for s in stubs if _key(s) not in saved]
     if not todo:
         return 0
-    gen = GatedGenerator(lm, ssi, gate=bool(cfg.gate))
+    gen = make_generator(lm, ssi, gate=bool(cfg.gate), backend=cfg.backend, model=cfg.model, adapter=cfg.adapter)
     seqs = gen.encode([s["prompt"] for s in todo])
     order = sorted(range(len(todo)), key=lambda i: (-len(seqs[i]), i))  # length-sorted chunks: little padding
     chunk = 4 * cfg.batch_size
@@ -389,6 +394,10 @@ def evaluate(cfg: EvaluateConfig, lm=None) -> dict[str, Any]:
         run_name = cfg.name or previous.get("name")
         log.info("evaluate: rescoring %d saved answers in %s with the %s judge", len(stubs), resp_path, cfg.judge)
     else:  # 2. generate what is missing
+        if cfg.backend == "vllm":
+            from .gate import require_vllm
+
+            require_vllm()  # before the model is loaded: a clear error, nothing lost
         t = time.time()
         if lm is None:
             lm = cfg.load()
@@ -400,7 +409,7 @@ def evaluate(cfg: EvaluateConfig, lm=None) -> dict[str, Any]:
                     "ssi": _ssi_info(cfg, ssi), "ssi_fingerprint": ssi.fingerprint if ssi else None,
                     "ssi_layer": ssi.layer if ssi else None, "gate": bool(cfg.gate),
                     "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "seed": cfg.seed,
-                    "batch_size": cfg.batch_size, "versions": versions()}
+                    "backend": cfg.backend, "batch_size": cfg.batch_size, "versions": versions()}
         _check_generation(out, gen_info, saved, cfg.overwrite)
         n_todo = sum(_key(s) not in saved for s in stubs)
         log.info("evaluate: %d prompts, %d answered already in %s, %d to generate with %s (gate %s)", len(stubs),

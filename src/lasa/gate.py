@@ -33,11 +33,13 @@ forward of the *same HF weights* up to ``l*``
 SSI was trained on; vLLM then generates from token ids
 (``prompt_ids + conditioning_ids`` when gated).  Cost: one extra partial prefill
 of ``l*/L`` of the model per prompt, plus the HF weights in memory beside vLLM's.
+An ``adapter`` is merged into the HF weights and passed to vLLM as a LoRA request.
 """
 from __future__ import annotations
 
 import copy
 import inspect
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -46,7 +48,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from .activations import LayerTap, last_token_index, length_batches, pad_batch
+from .activations import LayerTap, length_batches, pad_batch
 from .configs import ModelArgs, check_choice, check_range, check_types
 from .errors import ArtifactError, BackendUnavailable, ConfigError, DataError
 from .models import LoadedModel, conditioning_ids, eos_ids
@@ -66,13 +68,6 @@ class GenOutput:
     new_tokens: int  # generated tokens, the stop token included
     finish_reason: FinishReason
     token_ids: list[int] | None = None  # generated ids (stop token excluded)
-
-
-class _PrefillTap(LayerTap):
-    """A LayerTap armed for a forward we run ourselves (the prefill, with the KV cache)."""
-
-    def arm(self, mask) -> None:
-        self.captured, self._mask, self._last = {}, mask, last_token_index(mask)
 
 
 def _check_sampling(max_new_tokens: int, temperature: float, top_p: float, batch_size: int) -> None:
@@ -190,7 +185,7 @@ class GatedGenerator:
         with torch.inference_mode():
             # 1. prefill; the tap on block l* reads the last-prompt-token state on the way
             if self.gate:
-                with _PrefillTap(self.lm, [self.ssi.layer], ("last",), early_exit=False) as tap:
+                with LayerTap(self.lm, [self.ssi.layer], ("last",), early_exit=False) as tap:
                     tap.arm(mask)
                     logits, cache = self._forward(ids, mask, pos, None)
                 probs = self.ssi.prob_from_states(tap.captured[self.ssi.layer]["last"]).float().cpu().numpy()
@@ -264,7 +259,7 @@ class GatedGenerator:
         return out
 
 
-def _import_vllm():
+def require_vllm():
     try:
         import vllm  # noqa: F401
     except ImportError as exc:
@@ -278,9 +273,18 @@ class VLLMGatedGenerator(GatedGenerator):
     """Gate by an early-exit HF forward to l*, then generate with vLLM from token ids (see module doc)."""
 
     def __init__(self, lm: LoadedModel, ssi: SSI | None, *, model_path: str, gate: bool = True,
-                 conditioning: str | None = None, **engine_kw):
-        vllm = _import_vllm()
+                 conditioning: str | None = None, adapter: str | None = None, **engine_kw):
+        vllm = require_vllm()
         super().__init__(lm, ssi, gate=gate, conditioning=conditioning)
+        # ``lm`` has the adapter merged (the gate reads the aligned model's states); vLLM loads the base
+        # weights from disk, so the adapter must reach it as a LoRA request or it would decode the base model.
+        self.lora = None
+        if adapter:
+            from vllm.lora.request import LoRARequest
+
+            engine_kw.setdefault("enable_lora", True)
+            engine_kw.setdefault("max_lora_rank", lora_rank(adapter))
+            self.lora = LoRARequest("lasa-adapter", 1, str(adapter))
         self.llm = vllm.LLM(model=model_path, tokenizer=model_path, **engine_kw)
 
     def generate_ids(self, seqs, langs=None, *, max_new_tokens=64, temperature=0.0, top_p=1.0, seed=0,
@@ -301,7 +305,7 @@ class VLLMGatedGenerator(GatedGenerator):
         inputs = [{"prompt_token_ids": list(s) + (self.cond_ids if f else [])} for s, f in zip(seqs, fire)]
         params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                                 stop_token_ids=self.eos, skip_special_tokens=True)
-        res = self.llm.generate(inputs, params, use_tqdm=progress)
+        res = self.llm.generate(inputs, params, use_tqdm=progress, lora_request=self.lora)
         outs = []
         for i, r in enumerate(res):
             o = r.outputs[0]
@@ -312,6 +316,27 @@ class VLLMGatedGenerator(GatedGenerator):
             outs.append(GenOutput(o.text, None if probs is None else float(probs[i]), bool(fire[i]), len(seqs[i]),
                                   len(o.token_ids), reason, toks))
         return outs
+
+
+def lora_rank(adapter: str | Path) -> int:
+    """The LoRA rank of a PEFT adapter directory, rounded up to a rank vLLM supports."""
+    path = Path(adapter) / "adapter_config.json"
+    try:
+        r = int(json.loads(path.read_text(encoding="utf-8"))["r"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path}: not a PEFT LoRA adapter config ({exc})") from exc
+    return next((x for x in (8, 16, 32, 64, 128, 256, 320, 512) if x >= r), r)
+
+
+def make_generator(lm: LoadedModel, ssi: SSI | None, *, gate: bool, backend: str = "hf", model: str | None = None,
+                   adapter: str | None = None) -> GatedGenerator:
+    """The generator a stage uses: the one-pass HF gate, or the HF gate + vLLM decoding."""
+    if backend != "vllm":
+        return GatedGenerator(lm, ssi, gate=gate)
+    from .models import embedded_dir
+
+    path = str(embedded_dir(lm.name.split(":", 1)[1])) if lm.name.startswith("embedded:") else str(model)
+    return VLLMGatedGenerator(lm, ssi, gate=gate, model_path=path, adapter=adapter)
 
 
 # --- the stage ---------------------------------------------------------------------------------
@@ -392,7 +417,7 @@ def generate(cfg: GenerateConfig, lm: LoadedModel | None = None) -> Path:
     from .io import JsonlWriter
 
     if cfg.backend == "vllm":
-        _import_vllm()
+        require_vllm()
     recs = load_prompts(cfg.data, langs=cfg.langs)
     ids = [r.id for r in recs]
     if len(set(ids)) != len(ids):
@@ -411,13 +436,7 @@ def generate(cfg: GenerateConfig, lm: LoadedModel | None = None) -> Path:
              out, len(todo), "on" if cfg.gate else "off", ssi.layer if ssi else None)
     if not todo:
         return out
-    if cfg.backend == "vllm":
-        from .models import embedded_dir
-
-        path = str(embedded_dir(lm.name.split(":", 1)[1])) if lm.name.startswith("embedded:") else cfg.model
-        gen: GatedGenerator = VLLMGatedGenerator(lm, ssi, gate=bool(cfg.gate), model_path=path)
-    else:
-        gen = GatedGenerator(lm, ssi, gate=bool(cfg.gate))
+    gen = make_generator(lm, ssi, gate=bool(cfg.gate), backend=cfg.backend, model=cfg.model, adapter=cfg.adapter)
     seqs = gen.encode([r.prompt for r in todo])
     order = sorted(range(len(todo)), key=lambda i: (-len(seqs[i]), i))  # length-sorted: little padding
     n_fired = 0

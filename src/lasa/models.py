@@ -278,7 +278,6 @@ def load_model(
     ``name_or_path``: ``"embedded"`` (or ``"embedded:<name>"``), a local directory,
     a ``.gguf`` file, or a hub name.  ``adapter``: an optional PEFT adapter dir.
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = resolve_device(device)
@@ -315,9 +314,13 @@ def load_model(
             f"'embedded', or a hub name (the hub must be reachable)"
         ) from exc
     if adapter:
+        import warnings
+
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter)
+        with warnings.catch_warnings():  # peft reads a deprecated transformers property
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = PeftModel.from_pretrained(model, adapter)
         model = model.merge_and_unload()
     model.to(device)
     return wrap_model(model, tok, display)

@@ -28,7 +28,7 @@ import numpy as np
 from .configs import ModelArgs, check_choice, check_range, check_types
 from .data import PromptRecord, load_prompts
 from .errors import ConfigError, DataError
-from .io import JsonlWriter, atomic_write_json, atomic_write_text, iter_jsonl
+from .io import JsonlWriter, atomic_write_json, atomic_write_text
 from .ssi_model import SSI
 
 log = logging.getLogger(__name__)

@@ -60,7 +60,6 @@ class SSI:
                seed: int = 0) -> "SSI":
         torch = _torch()
         hidden = hidden or hidden_size
-        g = torch.random.fork_rng() if False else None  # noqa: F841 (seeding below is local)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = build_net(hidden_size, hidden, dropout)
