@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from lasa.gate import GatedGenerator
-from lasa.serve import ServeConfig, create_app
+from lasa.serve import BatchWorker, Job, QueueFull, ServeConfig, create_app
 from lasa.ssi_model import SSI
 
 PROMPTS = ["How do I bake bread at home?", "Hi", "如何在家烤面包？", "Comment faire du pain?",
@@ -187,6 +187,20 @@ def test_queue_full_is_429_and_timeout_is_504(tiny_lm):
         ok = httpx.post(base + URL, json=body(PROMPTS[3]), timeout=60)
         assert ok.status_code == 200  # the worker survived; the timed-out b was dropped, not run
         assert probe.sizes == [1, 1]
+
+
+def test_a_timed_out_job_frees_its_queue_slot_at_once(tiny_lm):
+    w = BatchWorker(GatedGenerator(tiny_lm, None), max_batch=1, max_queue=2)  # not started: jobs stay queued
+    a, b, twin = Job([1, 2], (4, 0.0, 1.0, 0)), Job([3], (4, 0.0, 1.0, 0)), Job([1, 2], (4, 0.0, 1.0, 0))
+    w.submit(a)
+    w.submit(b)
+    with pytest.raises(QueueFull):
+        w.submit(twin)
+    w.discard(a)
+    w.submit(twin)  # a's slot is free; twin equals a field by field but is another job
+    assert a.future.cancelled() and w.waiting == 2
+    w.discard(a)  # twice is harmless and removes nothing else
+    assert w.waiting == 2 and not twin.future.cancelled()
 
 
 def test_graceful_shutdown_finishes_in_flight_requests(tiny_lm):

@@ -264,7 +264,11 @@ def prepare_model(lm, cfg: AlignConfig, freeze_upto: int | None):
         if head is not None and not any(id(p) in tied for p in head.parameters()):
             head.requires_grad_(True)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kw = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # the name in recent transformers
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
         getattr(model, "config", lm.model.config).use_cache = False
     return model, ref
 

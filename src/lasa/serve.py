@@ -157,6 +157,15 @@ class BatchWorker(threading.Thread):
             self._jobs.append(job)
             self._cv.notify()
 
+    def discard(self, job: Job) -> None:
+        """Forget a queued job whose client got its answer already (504): it frees its queue slot now."""
+        job.future.cancel()
+        with self._cv:  # by identity: two equal requests are still two jobs
+            for i, j in enumerate(self._jobs):
+                if j is job:
+                    del self._jobs[i]
+                    break  # not found: already taken by the worker (which drops cancelled jobs) or done
+
     def stop(self) -> None:
         """Finish what is queued, then exit."""
         with self._cv:
@@ -372,6 +381,7 @@ def create_app(generator: GatedGenerator, cfg: ServeConfig):
         try:
             out: GenOutput = await asyncio.wait_for(asyncio.wrap_future(job.future), cfg.request_timeout_s)
         except asyncio.TimeoutError:
+            worker.discard(job)
             raise ApiError(504, f"the request did not finish within {cfg.request_timeout_s} s", "server_error",
                            "timeout") from None
         except LasaError as exc:
