@@ -55,7 +55,6 @@ import os
 import random
 import shutil
 import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,12 +244,13 @@ def prepare_model(lm, cfg: AlignConfig, freeze_upto: int | None):
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
+        from .models import quiet_peft
+
         targets = cfg.lora_target or block_linear_names(lm)
         pcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=list(targets), layers_to_transform=list(range(start, L)),
                           layers_pattern=lm.layers_path.rsplit(".", 1)[-1], task_type="CAUSAL_LM", bias="none")
-        with warnings.catch_warnings():  # peft reads a deprecated transformers property; not ours to fix
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        with quiet_peft():
             model, ref = get_peft_model(lm.model, pcfg), None
     else:
         model = lm.model

@@ -67,8 +67,8 @@ from typing import Any, Callable, Protocol, runtime_checkable
 from .errors import ConfigError, DataError
 from .langs import NAMES, normalize_lang
 from .refusal_lexicon import KIND_STRENGTH, LEXICON
-from .textstats import (_CODE, _NON_LATIN, _SCRIPT_LANG, _UNIT, RELATIVES, _fold_pattern, echo_ratio, fold,
-                        gibberish_reason, identify_language, line_repetition, repetition_ratio,
+from .textstats import (CODE_SPANS, NON_LATIN, RELATIVES, SCRIPT_LANG, SCRIPT_UNITS, echo_ratio, fold,
+                        fold_pattern, gibberish_reason, identify_language, line_repetition, repetition_ratio,
                         script_counts, script_of)
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def _cues() -> tuple[_Cue, ...]:
         for kind, patterns in kinds.items():
             for p in patterns:
                 pat, strength = (p, KIND_STRENGTH[kind]) if isinstance(p, str) else p
-                out.append(_Cue(lang, kind, re.compile(_fold_pattern(pat), re.IGNORECASE), float(strength)))
+                out.append(_Cue(lang, kind, re.compile(fold_pattern(pat), re.IGNORECASE), float(strength)))
     return tuple(out)
 
 
@@ -194,7 +194,7 @@ class RefusalJudge:
         folded, idx, nfc = fold(text)
         units = [0.0] * (len(folded) + 1)
         for i, c in enumerate(folded):
-            units[i + 1] = units[i] + _UNIT.get(script_of(c) or "", 1.0)
+            units[i + 1] = units[i] + SCRIPT_UNITS.get(script_of(c) or "", 1.0)
         opener = folded.lstrip(" \"'*#>-_")
         cues = _cues()
         comply = any(c.regex.search(opener) for c in cues if c.kind == "comply")
@@ -250,21 +250,21 @@ class RefusalJudge:
 
     def language_check(self, item: JudgeInput) -> tuple[str | None, str | None]:
         """``(response_lang, off-language rationale or None)``."""
-        extra = (item.lang,) if item.lang not in _NON_LATIN else ()
+        extra = (item.lang,) if item.lang not in NON_LATIN else ()
         lang, conf, ranking = identify_language(item.response, extra=extra)
         if lang is None:
             return None, None
-        own = [sc for sc, lg in _SCRIPT_LANG.items() if lg == item.lang]
+        own = [sc for sc, lg in SCRIPT_LANG.items() if lg == item.lang]
         own += {"zh": ["han"], "ja": ["han", "kana"]}.get(item.lang, [])
         if own and ranking:  # code-mixed (mostly Latin) answers: a quarter of letters in the prompt's script suffice
-            counts = script_counts(_CODE.sub(" ", item.response))
+            counts = script_counts(CODE_SPANS.sub(" ", item.response))
             if sum(counts[sc] for sc in own) >= 0.25 * max(1, sum(counts.values())):
                 return item.lang, None
         accepted = {item.lang} | set(RELATIVES.get(item.lang, ())) | ({"en"} if self.accept_english else set())
         if lang in accepted:
             return lang, None
         if ranking:  # Latin script: only decisive on enough text and a clear decision
-            letters = sum(c.isalpha() for c in _CODE.sub(" ", item.response))
+            letters = sum(c.isalpha() for c in CODE_SPANS.sub(" ", item.response))
             if letters < self.min_langid_letters or sum(p for lg, p in ranking if lg in accepted) >= 0.2:
                 return lang, None
         return lang, (f"off-language answer: response is {NAMES.get(lang, lang)} ({lang}, {conf:.2f}), "

@@ -15,11 +15,13 @@ final norm, and so do we.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,6 +266,15 @@ def resolve_device(device: str) -> str:
     return device
 
 
+@contextlib.contextmanager
+def quiet_peft():
+    """Silence the FutureWarning peft triggers by reading transformers' deprecated
+    ``is_gradient_checkpointing`` when it wraps a model (not ours to fix)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def load_model(
     name_or_path: str = EMBEDDED_NAME,
     *,
@@ -314,12 +325,9 @@ def load_model(
             f"'embedded', or a hub name (the hub must be reachable)"
         ) from exc
     if adapter:
-        import warnings
-
         from peft import PeftModel
 
-        with warnings.catch_warnings():  # peft reads a deprecated transformers property
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        with quiet_peft():
             model = PeftModel.from_pretrained(model, adapter)
         model = model.merge_and_unload()
     model.to(device)

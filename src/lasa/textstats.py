@@ -46,7 +46,7 @@ def fold(text: str) -> tuple[str, list[int], str]:
     return "".join(out), idx, nfc
 
 
-def _fold_pattern(p: str) -> str:
+def fold_pattern(p: str) -> str:
     return "".join(_CHAR_MAP.get(c, c) for c in unicodedata.normalize("NFC", p) if c not in _AR_STRIP)
 
 
@@ -71,10 +71,10 @@ _SCRIPT_RANGES = (
     (0x3400, 0x4DBF, "han"), (0x4E00, 0x9FFF, "han"), (0xAC00, 0xD7AF, "hangul"), (0xF900, 0xFAFF, "han"),
     (0xFB50, 0xFDFF, "arabic"), (0xFE70, 0xFEFF, "arabic"), (0x20000, 0x2FA1F, "han"),
 )
-_SCRIPT_LANG = {"thai": "th", "bengali": "bn", "arabic": "ar", "hangul": "ko", "cyrillic": "ru",
+SCRIPT_LANG = {"thai": "th", "bengali": "bn", "arabic": "ar", "hangul": "ko", "cyrillic": "ru",
                 "devanagari": "hi", "greek": "el", "hebrew": "he"}
-_NON_LATIN = frozenset(_SCRIPT_LANG.values()) | {"zh", "ja", "yue", "wuu"}
-_UNIT = {"han": 2.5, "kana": 2.5, "hangul": 2.0}
+NON_LATIN = frozenset(SCRIPT_LANG.values()) | {"zh", "ja", "yue", "wuu"}
+SCRIPT_UNITS = {"han": 2.5, "kana": 2.5, "hangul": 2.0}
 _DENSE = {"han", "kana", "thai"}
 
 
@@ -167,7 +167,7 @@ def _identifier(langs: tuple[str, ...]):
     return ident
 
 
-_CODE = re.compile(r"```.*?(?:```|$)|`[^`\n]*`|https?://\S+", re.S)
+CODE_SPANS = re.compile(r"```.*?(?:```|$)|`[^`\n]*`|https?://\S+", re.S)
 
 
 def identify_language(text: str, *, extra: Iterable[str] = ()) -> tuple[str | None, float, list[tuple[str, float]]]:
@@ -176,7 +176,7 @@ def identify_language(text: str, *, extra: Iterable[str] = ()) -> tuple[str | No
     Script decides for non-Latin scripts (ranking empty); Latin text goes to
     py3langid over :data:`LATIN_LANGS` plus ``extra`` (ranking = probabilities).
     """
-    text = _CODE.sub(" ", text)
+    text = CODE_SPANS.sub(" ", text)
     sc = script_counts(text)
     total = sum(sc.values())
     if total < 2:
@@ -185,8 +185,8 @@ def identify_language(text: str, *, extra: Iterable[str] = ()) -> tuple[str | No
     if cjk >= total / 2:
         return ("ja" if sc["kana"] >= 0.1 * cjk else "zh"), cjk / total, []
     script, n = sc.most_common(1)[0]
-    if script in _SCRIPT_LANG and n >= total / 2:
-        return _SCRIPT_LANG[script], n / total, []
+    if script in SCRIPT_LANG and n >= total / 2:
+        return SCRIPT_LANG[script], n / total, []
     if script != "latin":
         return None, 0.0, []
     ident = _identifier(tuple(sorted(set(LATIN_LANGS) | set(extra))))
